@@ -108,17 +108,18 @@ def describe_array_diff(reference: np.ndarray, port: np.ndarray, ulps: int = 0) 
     ref = reference.astype(np.float32, copy=False)
     got = port.astype(np.float32, copy=False)
     same = (ref == got) | (np.isnan(ref) & np.isnan(got))
-    if ulps:
-        finite = np.isfinite(ref) & np.isfinite(got)
-        spacing = np.spacing(np.maximum(np.abs(ref), np.abs(got)).astype(np.float32))
-        same |= finite & (np.abs(ref - got) <= ulps * spacing)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: such pairs are judged by `same`
+        delta = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+        if ulps:
+            spacing = np.spacing(np.maximum(np.abs(ref), np.abs(got)))
+            same |= np.isfinite(delta) & (delta <= ulps * spacing)
     if same.all():
         return None
     bad = np.argwhere(~same)
     first = tuple(int(v) for v in bad[0])
-    delta = np.abs(ref.astype(np.float64) - got.astype(np.float64))
     delta[same] = 0
-    worst = tuple(int(v) for v in np.unravel_index(np.nanargmax(np.where(np.isnan(delta), np.inf, delta)), delta.shape))
+    delta[np.isnan(delta)] = np.inf
+    worst = tuple(int(v) for v in np.unravel_index(np.argmax(delta), delta.shape))
     return (
         f"{len(bad)} of {ref.size} values differ; first at {list(first)}: reference {ref[first]!r}, "
         f"port {got[first]!r}; max |d| {delta[worst]:.3g} at {list(worst)}"

@@ -153,10 +153,16 @@ def write_trace(directory: Path, trace: AnalyzerTrace) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     tensor_path = directory / f"{trace.name}.safetensors"
     json_path = directory / f"{trace.name}.json"
-    metadata = {"schema": TRACE_SCHEMA, "schema_version": str(SCHEMA_VERSION), "fixture": trace.name}
-    save_file(trace.tensors(), str(tensor_path), metadata=metadata)
+    save_file(trace.tensors(), str(tensor_path), metadata=_tensor_metadata(trace.name))
     json_path.write_text(json.dumps(trace.document(), indent=1) + "\n")
     return [json_path, tensor_path]
+
+
+def _tensor_metadata(name: str) -> dict[str, str]:
+    # One key holding sorted JSON: safetensors writes several keys in hash order, which
+    # would make re-recorded files differ byte for byte.
+    owner = {"schema": TRACE_SCHEMA, "schema_version": SCHEMA_VERSION, "fixture": name}
+    return {"chatterbox_parity": json.dumps(owner, sort_keys=True)}
 
 
 def write_index(directory: Path, names: list[str]) -> Path:
@@ -251,7 +257,7 @@ def _load_tensors(path: Path, name: str) -> dict[str, np.ndarray]:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise FixtureError(path, f"not a readable safetensors file ({e})") from None
-    if metadata.get("fixture") != name or metadata.get("schema") != TRACE_SCHEMA:
+    if metadata != _tensor_metadata(name):
         raise FixtureError(path, f"tensor file metadata {metadata!r} does not belong to fixture {name!r}")
     return tensors
 

@@ -179,9 +179,10 @@ def run_trace(inputs: TraceInputs, cls, api=None, catch=(AnalyzerInputError,)) -
             return
 
 
-def compare_live(inputs: TraceInputs, reference_cls, port_cls, source: str = "generated trace") -> Optional[Divergence]:
+def compare_live(inputs: TraceInputs, reference_cls, port_cls, source="generated trace", port_api=None) -> Optional[Divergence]:
     """Run both analyzers over the same inputs; the first step that differs, or None."""
-    for k, (reference, port) in enumerate(zip(run_trace(inputs, reference_cls), run_trace(inputs, port_cls))):
+    steps = zip(run_trace(inputs, reference_cls), run_trace(inputs, port_cls, port_api))
+    for k, (reference, port) in enumerate(steps):
         diffs = compare_steps(reference, port)
         if diffs:
             return Divergence(source, k, diffs, reference, port)

@@ -7,9 +7,10 @@ share the code under test. Only framework-free pieces live here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
+
+import numpy as np
 
 # (layer, head) pairs whose attention tracks the text position; order matters, it is the
 # order of `last_aligned_attns`.
@@ -193,5 +194,37 @@ def as_token_id(value) -> int:
         raise AnalyzerInputError("token", f"next_token must be an integer token id, got {value!r}") from None
 
 
-def is_finite_number(x: Optional[float]) -> bool:
-    return x is not None and math.isfinite(x)
+def to_float32(x: float) -> float:
+    """Round a Python float to the nearest float32 (overflow gives inf, as a cast does)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(x))
+
+
+class EndOfTextMass:
+    """Running sums behind the long-tail and repetition checks.
+
+    0.1.7 re-sums `A[completed_at:]` in float32 every step, in whatever order torch's
+    vectorised kernels choose (it varies with the CPU), so a sum within an ulp of its
+    threshold decides differently across machines and frameworks. Here the rows appended
+    after completion are accumulated in float64 in row order and rounded once to float32
+    when read: the same value in every framework and language (deviation "sum-order").
+    """
+
+    def __init__(self, text_len: int):
+        self.text_len = text_len
+        self.tail = [0.0] * min(3, text_len)  # per final-3 column, as A[completed_at:, -3:]
+        self.repetition = 0.0  # sum over rows of max(A[row, :-5])
+
+    def add_rows(self, rows: Sequence[Sequence[float]]) -> None:
+        """Rows of the text alignment (float32 values) appended after completion, in order."""
+        for row in rows:
+            for column, value in enumerate(row[len(row) - len(self.tail) :]):
+                self.tail[column] += value
+            if self.text_len > REPETITION_EXCLUDED_TAIL:
+                self.repetition += max(row[:-REPETITION_EXCLUDED_TAIL])
+
+    def long_tail_mass(self) -> float:
+        return max(to_float32(total) for total in self.tail)
+
+    def repetition_mass(self) -> float:
+        return to_float32(self.repetition)

@@ -31,6 +31,7 @@ from .common import (
     AlignmentAnalysisResult,
     AnalyzerInputError,
     DecisionMargins,
+    EndOfTextMass,
     as_token_id,
     check_attention_shapes,
     check_eos_idx,
@@ -78,6 +79,7 @@ class AlignmentStreamAnalyzer:
         self.complete = False
         self.completed_at = None
         self.generated_tokens = []
+        self._end_of_text = EndOfTextMass(j - i)
         self.results: list[AlignmentAnalysisResult] = []
         self.margins: list[DecisionMargins] = []
         self.last_aligned_attns = [None] * len(LLAMA_ALIGNED_HEADS)
@@ -121,12 +123,14 @@ class AlignmentStreamAnalyzer:
         self.started = not false_start
         self._mark_started(T)
 
+        if self.complete:  # rows after completed_at: every row of a step after the completing one
+            self._end_of_text.add_rows(chunk.tolist())
         self.complete = self.complete or self.text_position >= S - COMPLETE_MARGIN
         if self.complete and self.completed_at is None:
             self.completed_at = T
 
-        long_tail, long_tail_mass = self._long_tail(A)
-        repetition, repetition_mass = self._alignment_repetition(A)
+        long_tail, long_tail_mass = self._long_tail()
+        repetition, repetition_mass = self._alignment_repetition(S)
         token_repetition = self._track_token(token_id)
 
         eos_suppressed = frame_position < S - COMPLETE_MARGIN and S > EOS_SUPPRESSION_MIN_TEXT
@@ -224,20 +228,18 @@ class AlignmentStreamAnalyzer:
         mx.eval(tail, head, tail_high, head_low)
         return bool(tail_high.item() or head_low.item()), tail.item(), head.item()
 
-    def _long_tail(self, A):
+    def _long_tail(self):
         if not self.complete:
             return False, None
-        tail_rows = A[self.completed_at :, -3:]
-        mass = mx.max(mx.sum(tail_rows, axis=0)) if tail_rows.shape[0] else mx.array(0.0)
-        return bool((mass >= LONG_TAIL_AT_LEAST).item()), mass.item()
+        mass = self._end_of_text.long_tail_mass()
+        return mass >= LONG_TAIL_AT_LEAST, mass
 
-    def _alignment_repetition(self, A):
-        if not self.complete or A.shape[1] <= REPETITION_EXCLUDED_TAIL:
+    def _alignment_repetition(self, S):
+        if not self.complete or S <= REPETITION_EXCLUDED_TAIL:
             # Too short a text: see deviation "short-text-repetition" (0.1.7 raises here).
             return False, None
-        rows = A[self.completed_at :, :-REPETITION_EXCLUDED_TAIL]
-        mass = mx.sum(mx.max(rows, axis=1)) if rows.shape[0] else mx.array(0.0)
-        return bool((mass > REPETITION_ABOVE).item()), mass.item()
+        mass = self._end_of_text.repetition_mass()
+        return mass > REPETITION_ABOVE, mass
 
     def _track_token(self, token_id):
         if token_id is not None:

@@ -33,6 +33,7 @@ from .common import (
     AlignmentAnalysisResult,
     AnalyzerInputError,
     DecisionMargins,
+    EndOfTextMass,
     as_token_id,
     check_attention_shapes,
     check_eos_idx,
@@ -63,6 +64,7 @@ class AlignmentStreamAnalyzer:
         self.complete = False
         self.completed_at = None
         self.generated_tokens = []
+        self._end_of_text = EndOfTextMass(j - i)
         self.results: list[AlignmentAnalysisResult] = []
         self.margins: list[DecisionMargins] = []
         self.last_aligned_attns = [None] * len(LLAMA_ALIGNED_HEADS)
@@ -145,12 +147,14 @@ class AlignmentStreamAnalyzer:
         if self.started and self.started_at is None:
             self.started_at = T
 
+        if self.complete:  # rows after completed_at: every row of a step after the completing one
+            self._end_of_text.add_rows(chunk.tolist())
         self.complete = self.complete or self.text_position >= S - COMPLETE_MARGIN
         if self.complete and self.completed_at is None:
             self.completed_at = T
 
-        long_tail, long_tail_mass = self._long_tail(A)
-        repetition, repetition_mass = self._alignment_repetition(A)
+        long_tail, long_tail_mass = self._long_tail()
+        repetition, repetition_mass = self._alignment_repetition(S)
         token_repetition = self._track_token(token_id)
 
         eos_suppressed = frame_position < S - COMPLETE_MARGIN and S > EOS_SUPPRESSION_MIN_TEXT
@@ -244,21 +248,21 @@ class AlignmentStreamAnalyzer:
         false_start = bool(tail > FALSE_START_TAIL_ABOVE) or bool(head < FALSE_START_HEAD_BELOW)
         return false_start, float(tail), float(head)
 
-    def _long_tail(self, A):
+    def _long_tail(self):
         if not self.complete:
             return False, None
-        mass = A[self.completed_at :, -3:].sum(dim=0).max()
-        return bool(mass >= LONG_TAIL_AT_LEAST), float(mass)
+        mass = self._end_of_text.long_tail_mass()
+        return mass >= LONG_TAIL_AT_LEAST, mass
 
-    def _alignment_repetition(self, A):
+    def _alignment_repetition(self, S):
         if not self.complete:
             return False, None
-        if A.shape[1] <= REPETITION_EXCLUDED_TAIL:
+        if S <= REPETITION_EXCLUDED_TAIL:
             # Deviation "short-text-repetition": 0.1.7 raises IndexError here (max over zero
             # columns); with no text before the final five tokens there is nothing to repeat.
             return False, None
-        mass = A[self.completed_at :, :-REPETITION_EXCLUDED_TAIL].max(dim=1).values.sum()
-        return bool(mass > REPETITION_ABOVE), float(mass)
+        mass = self._end_of_text.repetition_mass()
+        return mass > REPETITION_ABOVE, mass
 
     def _track_token(self, token_id):
         if token_id is not None:
