@@ -50,16 +50,19 @@ LEDGER = (
     Deviation(
         id="sum-order",
         title="End-of-text sums have one defined order: float64, row by row",
-        reference="Re-sums `A[completed_at:, -3:]` (long tail) and the row maxima of `A[completed_at:, :-5]` "
-        "(repetition) in float32 every step, associating the terms however torch's vectorised kernels do; "
-        "that order depends on the CPU's SIMD width, so a sum within an ulp of 5 decides differently "
-        "on different machines (e.g. five values summing to 4.9999995 in torch's float32 and to 5.0 exactly).",
+        reference="Re-sums everything since completion every step with torch reductions: the long-tail column "
+        "sums of `A[completed_at:, -3:]` (a strided reduction torch's CPU kernel accumulates in double) and "
+        "the sum of row maxima of `A[completed_at:, :-5]` (a contiguous float32 sum in torch's vectorised "
+        "cascade order, which depends on the CPU's SIMD width). A sum within an ulp of its threshold can "
+        "decide differently from any other order: 24 row maxima that torch sums to 5.0 (no repetition) "
+        "sum to 5.0000005 (> 5, repetition) in float64 rounded to float32.",
         ours="Accumulates the rows appended after completion in float64, in row order, and rounds once to "
-        "float32 when comparing (`EndOfTextMass`). Identical in any framework or language; differs from "
-        "0.1.7 only when a sum lands within a few float32 ulps of its threshold. Also O(S) per step "
-        "where 0.1.7 is O(T * S).",
+        "float32 when comparing (`EndOfTextMass`), for both sums. Identical in any framework or language; "
+        "differs from 0.1.7 only when the repetition sum lands within a few float32 ulps of 5. Also O(S) "
+        "per step where 0.1.7 is O(T * S).",
         reason="A port cannot match an order that varies with the reference's hardware; hypothesis found "
-        "such knife-edge sums quickly. A defined order makes step-for-step parity checkable everywhere.",
+        "such knife-edge sums (MLX's float32 order against torch's) quickly. A defined order makes "
+        "step-for-step parity checkable everywhere.",
         tests=("test_sum_order_reference_uses_float32_kernel_order", "test_sum_order_ours_is_float64_row_order"),
     ),
     Deviation(

@@ -16,8 +16,14 @@ import sys
 import tempfile
 import zipfile
 from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
+
+from .compare import Divergence, compare_steps
+from .deviations import explains
+from .replay import TraceInputs, run_trace
 
 REQUIREMENT = "chatterbox-tts==0.1.7"
 WHEEL = "chatterbox_tts-0.1.7-py3-none-any.whl"
@@ -101,3 +107,37 @@ def oracle_class():
             super().__init__(model_stub(), None, text_tokens_slice=text_tokens_slice, eos_idx=eos_idx)
 
     return Oracle017
+
+
+@dataclass
+class OracleComparison:
+    """How our reference fared against 0.1.7 over one trace."""
+
+    steps_compared: int
+    divergence: Optional[Divergence] = None  # an unexplained difference: a failure
+    deviation: Optional[str] = None  # ledger id of the explained difference that ended the comparison
+    deviation_step: Optional[int] = None
+
+
+def compare_with_oracle(inputs: TraceInputs, reference_cls=None, source: str = "generated trace") -> OracleComparison:
+    """Step both 0.1.7 and `reference_cls` (default: our torch_ref) through `inputs`.
+
+    Observable behaviour is compared (returned logits and state; 0.1.7 keeps no records).
+    The first difference must be one the deviation ledger explains, which ends the
+    comparison (the two have parted ways); any other difference is a divergence.
+    """
+    if reference_cls is None:
+        from .analyzer.torch_ref import AlignmentStreamAnalyzer as reference_cls
+    oracle = run_trace(inputs, oracle_class(), catch=(Exception,))
+    ours = run_trace(inputs, reference_cls)
+    text_len = inputs.text_tokens_slice[1] - inputs.text_tokens_slice[0]
+    k = -1
+    for k, (theirs, mine) in enumerate(zip(oracle, ours)):
+        diffs = compare_steps(theirs, mine)
+        if not diffs:
+            continue
+        ledger_id = explains(theirs.error, mine.error, text_len, mine.state["complete"], mine.margins)
+        if ledger_id:
+            return OracleComparison(k + 1, deviation=ledger_id, deviation_step=k)
+        return OracleComparison(k + 1, divergence=Divergence(f"{source} (0.1.7 oracle)", k, diffs, theirs, mine))
+    return OracleComparison(k + 1)

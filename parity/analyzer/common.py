@@ -91,7 +91,10 @@ STATE_FIELDS = (
 
 
 class AnalyzerInputError(ValueError):
-    """Input the analyzer refuses. `code` names the fault class (see parity.deviations)."""
+    """Input the analyzer refuses, before any state changes. `code` names the fault class
+    (see parity.deviations). Both analyzers check in one order, so an input with several
+    faults is reported alike: the captures (missing, shape, dtype, non-finite), then the
+    logits, then the token."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -171,10 +174,15 @@ def missing_capture_error(index: int) -> AnalyzerInputError:
     )
 
 
-def dtype_error(dtype_name: str) -> AnalyzerInputError:
-    return AnalyzerInputError(
-        "dtype", f"attention dtype {dtype_name} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}"
-    )
+def check_attention_dtypes(dtype_names: Sequence[str]) -> None:
+    """One supported float dtype shared by the three head matrices (their mean rounds to it)."""
+    for name in dtype_names:
+        if name not in SUPPORTED_DTYPES:
+            raise AnalyzerInputError(
+                "dtype", f"attention dtype {name} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}"
+            )
+    if len(set(dtype_names)) > 1:
+        raise AnalyzerInputError("dtype", f"the three head matrices differ in dtype: {list(dtype_names)}")
 
 
 def non_finite_error(index: int, step: int) -> AnalyzerInputError:

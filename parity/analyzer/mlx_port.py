@@ -37,15 +37,12 @@ from .common import (
     check_eos_idx,
     check_logits_shape,
     check_text_tokens_slice,
-    dtype_error,
+    check_attention_dtypes,
     missing_capture_error,
     non_finite_error,
 )
 
 logger = logging.getLogger(__name__)
-
-_SUPPORTED = {mx.float32, mx.float16, mx.bfloat16}
-
 
 def _dtype_name(dtype) -> str:
     return str(dtype).rsplit(".", 1)[-1]
@@ -55,8 +52,7 @@ def _as_mx(x):
     if isinstance(x, mx.array):
         return x
     array = np.asarray(x)
-    if array.dtype not in (np.float32, np.float16):
-        raise dtype_error(str(array.dtype))
+    check_attention_dtypes([str(array.dtype)])  # numpy has no bfloat16; float64 is refused here
     return mx.array(array)
 
 
@@ -97,10 +93,7 @@ class AlignmentStreamAnalyzer:
     def step(self, logits, next_token=None):
         """Analyze the attention of the frame just decoded; return the (possibly edited) logits."""
         attns = self._checked_attns()
-        logits = logits if isinstance(logits, mx.array) else mx.array(np.asarray(logits))
-        check_logits_shape(tuple(logits.shape), self.eos_idx)
-        token_id = self._token_id(next_token)
-
+        # Built lazily, then evaluated with the finiteness check in one go (one device sync).
         chunk = self._mask_future_text(self._text_chunk(self._mean_heads(attns)))
         alignment = mx.concatenate([self.alignment, chunk], axis=0)
         finite = mx.all(mx.stack([mx.all(mx.isfinite(a)) for a in attns]))
@@ -109,6 +102,9 @@ class AlignmentStreamAnalyzer:
         if not finite.item():
             bad = next(k for k, a in enumerate(attns) if not mx.all(mx.isfinite(a)).item())
             raise non_finite_error(bad, self.curr_frame_pos)
+        logits = logits if isinstance(logits, mx.array) else mx.array(np.asarray(logits))
+        check_logits_shape(tuple(logits.shape), self.eos_idx)
+        token_id = self._token_id(next_token)
 
         self.alignment = A = alignment
         T, S = A.shape
@@ -177,9 +173,7 @@ class AlignmentStreamAnalyzer:
                 raise missing_capture_error(index)
         attns = [_as_mx(a) for a in attns]
         check_attention_shapes([tuple(a.shape) for a in attns], self.text_tokens_slice, self.curr_frame_pos == 0)
-        for attn in attns:
-            if attn.dtype not in _SUPPORTED:
-                raise dtype_error(_dtype_name(attn.dtype))
+        check_attention_dtypes([_dtype_name(a.dtype) for a in attns])
         return attns
 
     def _token_id(self, next_token):

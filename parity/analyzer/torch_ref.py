@@ -39,15 +39,12 @@ from .common import (
     check_eos_idx,
     check_logits_shape,
     check_text_tokens_slice,
-    dtype_error,
+    check_attention_dtypes,
     missing_capture_error,
     non_finite_error,
 )
 
 logger = logging.getLogger(__name__)
-
-_SUPPORTED = {torch.float32, torch.float16, torch.bfloat16}
-
 
 class AlignmentStreamAnalyzer:
     array_api = "torch"
@@ -203,9 +200,8 @@ class AlignmentStreamAnalyzer:
             if attn is None:
                 raise missing_capture_error(index)
         check_attention_shapes([tuple(a.shape) for a in attns], self.text_tokens_slice, self.curr_frame_pos == 0)
+        check_attention_dtypes([str(a.dtype).replace("torch.", "") for a in attns])
         for index, attn in enumerate(attns):
-            if attn.dtype not in _SUPPORTED:
-                raise dtype_error(str(attn.dtype).replace("torch.", ""))
             if not torch.isfinite(attn).all():
                 raise non_finite_error(index, self.curr_frame_pos)
         return attns
