@@ -43,14 +43,19 @@ def pytest_addoption(parser):
     )
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal reporter exists
 def pytest_configure(config):
-    if config.getoption("--update-golden", default=False):
+    from parity.replay import load_class
+
+    try:  # a bad --impl is a usage error, reported before anything runs
+        config.parity_port_class = load_class(config.getoption("--impl"))
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    if config.getoption("--update-golden"):
         from parity.record import record_all
 
         names = record_all()
-        config.pluginmanager.get_plugin("terminalreporter").write_line(
-            f"--update-golden: re-recorded {len(names)} analyzer fixtures into fixtures/analyzer"
-        )
+        config.get_terminal_writer().line(f"--update-golden: re-recorded {len(names)} analyzer fixtures into fixtures/analyzer")
 
 
 def pytest_report_header(config):
@@ -59,12 +64,7 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def port_class(request):
-    from parity.replay import load_class
-
-    try:
-        return load_class(request.config.getoption("--impl"))
-    except ValueError as e:
-        pytest.exit(str(e), returncode=4)
+    return request.config.parity_port_class
 
 
 @pytest.fixture(scope="session")

@@ -62,8 +62,9 @@ def fetch_wheel() -> Path:
         except subprocess.TimeoutExpired:
             raise OracleUnavailable(f"`pip download {REQUIREMENT}` timed out after 600 s") from None
         if done.returncode != 0:
-            tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-            raise OracleUnavailable(f"`pip download {REQUIREMENT}` failed (registry unreachable?): {tail}")
+            lines = (done.stderr + done.stdout).strip().splitlines()
+            errors = [line for line in lines if line.startswith("ERROR")] or lines[-2:]
+            raise OracleUnavailable(f"`pip download {REQUIREMENT}` failed (registry unreachable?): {' '.join(errors)}")
         downloaded = Path(tmp) / WHEEL
         if not downloaded.is_file():
             raise OracleIntegrityError(f"pip download produced {os.listdir(tmp)}, not {WHEEL}")

@@ -58,3 +58,23 @@ def test_oracle_catches_a_broken_reference():
     comparison = compare_with_oracle(fixture_inputs("argmax_ties"), SecondTieReference, "fixture 'argmax_ties'")
     assert comparison.divergence is not None and comparison.deviation is None
     assert "state.text_position" in str(comparison.divergence)
+
+
+def test_fetch_refuses_a_wheel_with_another_hash(tmp_path, monkeypatch):
+    import parity.oracle as oracle_module
+
+    monkeypatch.setenv("CHATTERBOX_PARITY_CACHE", str(tmp_path))
+    monkeypatch.setattr(oracle_module, "WHEEL_SHA256", "0" * 64)
+    with pytest.raises(oracle_module.OracleIntegrityError, match="expected 0000"):
+        oracle_module.fetch_wheel()
+
+
+def test_fetch_reports_an_unreachable_registry(tmp_path, monkeypatch):
+    import parity.oracle as oracle_module
+
+    monkeypatch.setenv("CHATTERBOX_PARITY_CACHE", str(tmp_path))
+    for name, value in {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "",
+                        "PIP_FIND_LINKS": "", "PIP_RETRIES": "0", "PIP_DEFAULT_TIMEOUT": "3"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(oracle_module.OracleUnavailable, match="ERROR"):
+        oracle_module.fetch_wheel()
