@@ -52,10 +52,21 @@ def pytest_configure(config):
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
     if config.getoption("--update-golden"):
+        from parity.model.record import record_all as record_model_traces
         from parity.record import record_all
 
         names = record_all()
-        config.get_terminal_writer().line(f"--update-golden: re-recorded {len(names)} analyzer fixtures into fixtures/analyzer")
+        traces = record_model_traces()
+        config.get_terminal_writer().line(
+            f"--update-golden: re-recorded {len(names)} analyzer fixtures and {len(traces)} model traces"
+        )
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    report = getattr(config, "parity_kl_report", None)
+    if report is not None and report.steps:
+        terminalreporter.write_sep("-", "MLX T3 vs PyTorch recordings (teacher-forced, post-CFG logits)")
+        terminalreporter.write_line(str(report))
 
 
 def pytest_report_header(config):

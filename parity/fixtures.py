@@ -149,20 +149,25 @@ def sha256_of(path: Path) -> str:
 # ---- writing -----------------------------------------------------------------------------
 
 
-def write_trace(directory: Path, trace: AnalyzerTrace) -> list[Path]:
+def _tensor_metadata(name: str, schema: str) -> dict[str, str]:
+    # One key holding sorted JSON: safetensors writes several keys in hash order, which
+    # would make re-recorded files differ byte for byte.
+    owner = {"schema": schema, "schema_version": SCHEMA_VERSION, "fixture": name}
+    return {"chatterbox_parity": json.dumps(owner, sort_keys=True)}
+
+
+def write_pair(directory: Path, name: str, document: dict, tensors: dict[str, np.ndarray]) -> list[Path]:
+    """Write NAME.json and NAME.safetensors; the document carries its `schema`."""
     directory.mkdir(parents=True, exist_ok=True)
-    tensor_path = directory / f"{trace.name}.safetensors"
-    json_path = directory / f"{trace.name}.json"
-    save_file(trace.tensors(), str(tensor_path), metadata=_tensor_metadata(trace.name))
-    json_path.write_text(json.dumps(trace.document(), indent=1) + "\n")
+    tensor_path = directory / f"{name}.safetensors"
+    json_path = directory / f"{name}.json"
+    save_file(tensors, str(tensor_path), metadata=_tensor_metadata(name, document["schema"]))
+    json_path.write_text(json.dumps(document, indent=1) + "\n")
     return [json_path, tensor_path]
 
 
-def _tensor_metadata(name: str) -> dict[str, str]:
-    # One key holding sorted JSON: safetensors writes several keys in hash order, which
-    # would make re-recorded files differ byte for byte.
-    owner = {"schema": TRACE_SCHEMA, "schema_version": SCHEMA_VERSION, "fixture": name}
-    return {"chatterbox_parity": json.dumps(owner, sort_keys=True)}
+def write_trace(directory: Path, trace: AnalyzerTrace) -> list[Path]:
+    return write_pair(directory, trace.name, trace.document(), trace.tensors())
 
 
 def write_index(directory: Path, names: list[str]) -> Path:
@@ -234,32 +239,34 @@ def verify_file(path: Path, expected: dict) -> None:
         raise FixtureError(path, f"checksum mismatch: sha256 {digest}, the index records {expected['sha256']}")
 
 
-def load_trace(name: str, directory: Path = ANALYZER_FIXTURES) -> AnalyzerTrace:
+def load_pair(name: str, directory: Path, schema: str) -> tuple[dict, dict[str, np.ndarray], Path, Path]:
+    """The verified (document, tensors, json path, tensor path) of one fixture."""
     directory = Path(directory)
     index = load_index(directory)
     if name not in index:
         raise FixtureError(directory / INDEX_FILE, f"no fixture named {name!r} (known: {', '.join(sorted(index))})")
     for filename, expected in index[name].items():
         verify_file(directory / filename, expected)
-    json_path = directory / f"{name}.json"
+    json_path, tensor_path = directory / f"{name}.json", directory / f"{name}.safetensors"
     document = _read_json(json_path)
-    _check_schema(json_path, document, TRACE_SCHEMA)
+    _check_schema(json_path, document, schema)
     try:
-        return _trace_from(directory, json_path, document)
-    except (KeyError, TypeError, ValueError) as e:
-        raise FixtureError(json_path, f"malformed document ({type(e).__name__}: {e})") from None
-
-
-def _load_tensors(path: Path, name: str) -> dict[str, np.ndarray]:
-    try:
-        with safe_open(str(path), framework="numpy") as f:
+        with safe_open(str(tensor_path), framework="numpy") as f:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise FixtureError(path, f"not a readable safetensors file ({e})") from None
-    if metadata != _tensor_metadata(name):
-        raise FixtureError(path, f"tensor file metadata {metadata!r} does not belong to fixture {name!r}")
-    return tensors
+        raise FixtureError(tensor_path, f"not a readable safetensors file ({e})") from None
+    if metadata != _tensor_metadata(name, schema):
+        raise FixtureError(tensor_path, f"tensor file metadata {metadata!r} does not belong to fixture {name!r}")
+    return document, tensors, json_path, tensor_path
+
+
+def load_trace(name: str, directory: Path = ANALYZER_FIXTURES) -> AnalyzerTrace:
+    document, tensors, json_path, tensor_path = load_pair(name, directory, TRACE_SCHEMA)
+    try:
+        return trace_from(document, tensors, tensor_path)
+    except (KeyError, TypeError, ValueError) as e:
+        raise FixtureError(json_path, f"malformed document ({type(e).__name__}: {e})") from None
 
 
 def _tensor(tensors: dict, path: Path, key: str, shape: tuple) -> np.ndarray:
@@ -273,7 +280,9 @@ def _tensor(tensors: dict, path: Path, key: str, shape: tuple) -> np.ndarray:
     return array
 
 
-def _trace_from(directory: Path, json_path: Path, document: dict) -> AnalyzerTrace:
+def trace_from(document: dict, tensors: dict, tensor_path: Path) -> AnalyzerTrace:
+    """The analyzer trace in a verified document and its tensors (also the analyzer part of
+    a model trace)."""
     c = document["config"]
     config = TraceConfig(
         text_tokens_slice=tuple(int(v) for v in c["text_tokens_slice"]),
@@ -293,10 +302,8 @@ def _trace_from(directory: Path, json_path: Path, document: dict) -> AnalyzerTra
         for s in document["steps"]
     ]
     if not steps:
-        raise FixtureError(json_path, "no steps")
+        raise ValueError("no steps")
     name = document["name"]
-    tensor_path = directory / document["tensors"]
-    tensors = _load_tensors(tensor_path, name)
     n, v, s = len(steps), config.vocab_size, config.text_len
     attns = [_tensor(tensors, tensor_path, f"attn.{k}", step.attn_shape) for k, step in enumerate(steps)]
     return AnalyzerTrace(

@@ -35,22 +35,28 @@ from .common import (
 class AlignmentStreamAnalyzer(AnalyzerBase):
     array_api = "torch"
 
-    def __init__(self, tfmr=None, queue=None, text_tokens_slice=None, alignment_layer_idx=9, eos_idx=0):
-        # `queue` and `alignment_layer_idx` are accepted for signature compatibility; 0.1.7 ignores them too.
+    def __init__(self, tfmr=None, queue=None, text_tokens_slice=None, alignment_layer_idx=9, eos_idx=0,
+                 eager_attention=True):
+        """`eager_attention=True` switches the whole model to eager attention, as 0.1.7 does;
+        pass False when the aligned layers already run eager (see
+        parity.model.t3_torch.eager_aligned_layers) and the config must stay as it is.
+        `queue` and `alignment_layer_idx` are accepted for signature compatibility; 0.1.7
+        ignores them too."""
         super().__init__(text_tokens_slice, eos_idx)
         self._hook_handles = []
         self._saved_config = None  # (config, output_attentions, _attn_implementation) before we changed it
         if tfmr is not None:
-            self._attach(tfmr)
+            self._attach(tfmr, eager_attention)
 
     # ---- model wiring -------------------------------------------------------------------
 
-    def _attach(self, tfmr):
+    def _attach(self, tfmr, eager_attention):
         try:
             for buffer_idx, (layer_idx, head_idx) in enumerate(LLAMA_ALIGNED_HEADS):
                 hook = self._capture_hook(buffer_idx, head_idx)
                 self._hook_handles.append(tfmr.layers[layer_idx].self_attn.register_forward_hook(hook))
-            self._use_eager_attention(tfmr)
+            if eager_attention:
+                self._use_eager_attention(tfmr)
         except BaseException:
             self.cleanup()
             raise
