@@ -4,6 +4,7 @@
   record --all | --only NAME ...        re-record the committed model traces
   record-scenarios [--only NAME ...]    re-record the analyzer scenario fixtures from the PyTorch reference
   make-test-inputs                      regenerate the embedded tiny model and the test voices (seeded)
+  bench [--config tiny|520m]            decoding speed with and without the analyzer, as ratios
   verify-fixtures                       check every fixture's checksums, schema and tensors
   deviations                            print the deviation ledger (differences from chatterbox-tts 0.1.7)
 """
@@ -127,6 +128,13 @@ def main(argv=None) -> int:
     commands.add_parser("make-test-inputs", help="regenerate the tiny model and the test voices").set_defaults(
         run=make_test_inputs
     )
+    bench = commands.add_parser("bench", help="decoding speed with and without the analyzer (ratios in one run)")
+    bench.add_argument("--config", choices=("tiny", "520m"), default="tiny", help="tiny (embedded) or 520m (random weights)")
+    bench.add_argument("--steps", type=int, default=100, help="teacher-forced decode steps per run (default 100)")
+    bench.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
+    bench.add_argument("--text", help="the text (default: a 20-word sentence; a short one for 520m)")
+    bench.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    bench.set_defaults(run=lambda args: __import__("parity.model.bench", fromlist=["main"]).main(args))
     commands.add_parser("verify-fixtures", help="check every fixture's checksums, schema and tensors").set_defaults(
         run=verify_fixtures
     )

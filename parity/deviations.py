@@ -48,6 +48,19 @@ LEDGER = (
         tests=("test_hooks_reference_leaks", "test_hooks_ours_cleaned_up"),
     ),
     Deviation(
+        id="eager-three-layers",
+        title="Only the aligned layers run eager attention",
+        reference="Attaching the analyzer switches the shared transformer config to eager attention with "
+        "output_attentions=True, so all 30 layers compute and return their attention weights every step.",
+        ours="`AlignmentStreamAnalyzer(..., eager_attention=False)` leaves the config alone, and "
+        "`parity.model.t3_torch.eager_aligned_layers` runs layers 9, 12 and 13 eager while every other "
+        "layer keeps SDPA; the T3 loop uses both. The default, eager_attention=True, keeps 0.1.7's switch "
+        "(undone by cleanup) for callers that hand over a model as 0.1.7 does.",
+        reason="Only three heads are read; eager attention in the other 27 layers costs time and O(T^2) "
+        "memory per layer for nothing. MLX mirrors this: only those three layers lose the fused kernel.",
+        tests=("test_eager_reference_switches_whole_model", "test_eager_ours_only_aligned_layers"),
+    ),
+    Deviation(
         id="sum-order",
         title="End-of-text sums have one defined order: float64, row by row",
         reference="Re-sums everything since completion every step with torch reductions: the long-tail column "

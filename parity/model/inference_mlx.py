@@ -7,6 +7,7 @@ on unnormalised logits); this loop applies the processors as upstream's PyTorch 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Optional
 
 import mlx.core as mx
@@ -16,7 +17,7 @@ from ..analyzer.mlx_port import AlignmentStreamAnalyzer
 from ..replay import state_of
 from .inference import Generation, GenerationSettings, StepRecord, TokenChooser
 from .processors import process
-from .t3_mlx import InspectableAttention, inspectable_attention, prompt, speech_embedding
+from .t3_mlx import AttentionCapture, InspectableAttention, inspectable_attention, prompt, speech_embedding
 from .voices import Voice
 
 
@@ -32,12 +33,17 @@ def generate(t3, voice: Voice, text_tokens: list[int], settings: GenerationSetti
              *, forced_tokens: Optional[list[int]] = None, record: bool = False, on_step=None,
              attention_class=InspectableAttention, processors=process, analyzer_class=AlignmentStreamAnalyzer) -> Generation:
     """Speech tokens for `text_tokens` in `voice`; with `record`, every stage of every step.
-    `attention_class`, `processors` and `analyzer_class` are seams for tests (known-bad variants)."""
+    `attention_class`, `processors` and `analyzer_class` are seams for tests (known-bad
+    variants); `attention_class=None` keeps mlx-audio's fused attention everywhere (plain
+    decoding, for benchmarks: it needs `settings.analyzer` off)."""
     from mlx_audio.lm.models.cache import make_prompt_cache
 
+    if attention_class is None and settings.analyzer:
+        raise ValueError("the analyzer needs the inspectable attention (attention_class)")
     hp = t3.hp
     choose = TokenChooser(settings, _native_sample, forced_tokens)
-    with inspectable_attention(t3, attention_class) as capture:
+    swap = inspectable_attention(t3, attention_class) if attention_class else nullcontext(AttentionCapture())
+    with swap as capture:
         embeds, cond_len = prompt(t3, voice, text_tokens)
         text_slice = (cond_len, cond_len + len(text_tokens))
         analyzer = analyzer_class(text_tokens_slice=text_slice, eos_idx=hp.stop_speech_token) if settings.analyzer else None

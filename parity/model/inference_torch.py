@@ -7,6 +7,7 @@ and no changed config behind.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Optional
 
 import numpy as np
@@ -29,16 +30,20 @@ def _native_sample(processed) -> int:
 
 
 def generate(model: T3, voice: Voice, text_tokens: list[int], settings: GenerationSettings = GenerationSettings(),
-             *, forced_tokens: Optional[list[int]] = None, record: bool = False, on_step=None) -> Generation:
+             *, forced_tokens: Optional[list[int]] = None, record: bool = False, on_step=None,
+             whole_model_eager: bool = False) -> Generation:
     """Speech tokens for `text_tokens` in `voice`; with `record`, every stage of every step.
-    `on_step(i)` is called after each step (progress bars, fault injection in tests)."""
+    `on_step(i)` is called after each step (progress bars, fault injection in tests).
+    `whole_model_eager` captures attention as 0.1.7 does, switching every layer to eager
+    (for benchmarks); by default only the aligned layers run eager."""
     config = model.config
     choose = TokenChooser(settings, _native_sample, forced_tokens)
-    with torch.inference_mode(), eager_aligned_layers(model.tfmr):
+    aligned_only = settings.analyzer and not whole_model_eager
+    with torch.inference_mode(), (eager_aligned_layers(model.tfmr) if aligned_only else nullcontext()):
         embeds, cond_len = model.prompt(voice, text_tokens)
         text_slice = (cond_len, cond_len + len(text_tokens))
         analyzer = (AlignmentStreamAnalyzer(model.tfmr, None, text_tokens_slice=text_slice,
-                                            eos_idx=config.stop_speech_token, eager_attention=False)
+                                            eos_idx=config.stop_speech_token, eager_attention=whole_model_eager)
                     if settings.analyzer else None)
         try:
             output = model.tfmr(inputs_embeds=embeds, use_cache=True)

@@ -113,6 +113,37 @@ def test_hooks_ours_cleaned_up():
     assert hook_count(model, ours) == 0 and model.config._attn_implementation == "sdpa"
 
 
+# ---- eager-three-layers ------------------------------------------------------------------
+
+
+def layers_returning_weights(model) -> set[int]:
+    returned = {}
+    handles = [layer.self_attn.register_forward_hook(lambda m, a, out, k=k: returned.__setitem__(k, out[1] is not None))
+               for k, layer in enumerate(model.layers)]
+    with torch.no_grad():
+        model(inputs_embeds=torch.randn(2, 8, 64))
+    for handle in handles:
+        handle.remove()
+    return {k for k, has_weights in returned.items() if has_weights}
+
+
+def test_eager_reference_switches_whole_model(oracle):
+    model = tiny_llama()
+    oracle.__mro__[1](model, None, text_tokens_slice=(2, 6), eos_idx=0)
+    assert layers_returning_weights(model) == set(range(14))
+
+
+def test_eager_ours_only_aligned_layers():
+    from parity.model.t3_torch import eager_aligned_layers
+
+    model = tiny_llama()
+    with eager_aligned_layers(model), Reference(model, None, text_tokens_slice=(2, 6), eager_attention=False) as analyzer:
+        assert layers_returning_weights(model) == {9, 12, 13}
+        assert all(a is not None for a in analyzer.last_aligned_attns)
+        assert model.config.output_attentions is False
+    assert layers_returning_weights(model) == set() and model.config._attn_implementation == "sdpa"
+
+
 # ---- input-validation --------------------------------------------------------------------
 
 GOOD = [np.random.default_rng(0).random((8, 8), dtype=np.float32) for _ in range(3)]
