@@ -70,7 +70,7 @@ def run_benchmark(config_name: str = "tiny", steps: int = 100, repeats: int = 5,
         "torch: SDPA, no analyzer": lambda **k: inference_torch.generate(torch_t3, voice, text_tokens, plain, forced_tokens=forced, **k),
     }
     rates = {name: [] for name in variants}
-    for name, run in variants.items():  # warm-up: kernels, caches, allocator
+    for run in variants.values():  # warm-up: kernels, caches, allocator
         _decode_rate(run)
     for r in range(repeats):
         for name, run in variants.items():

@@ -82,17 +82,7 @@ def first_divergence(trace: ModelTrace, steps: list[StepRecord], partial: bool =
     recorded tokens) leaves the recording's tolerance, or None. With `partial`, a run that
     stops early (on purpose: a few steps are enough) is compared on the steps it has."""
     for k in range(min(len(trace), len(steps))):
-        ref, got = _reference_step(trace, k), steps[k]
-        checks = (
-            ("attention", lambda: _close("attention", ref["attention"], got.attns, ATTENTION_ATOL)),
-            ("logits", lambda: _close("speech logits", ref["logits"], got.logits_raw, LOGITS_ATOL)),
-            ("cfg", lambda: _close("CFG logits", ref["cfg"], got.logits_cfg, LOGITS_ATOL)),
-            ("analyzer", lambda: _analyzer_detail(ref, got) or _close("analyzed logits", ref["analyzed"], got.logits_analyzed, LOGITS_ATOL)),
-            ("processors", lambda: _close("processed logits", ref["processed"], got.logits_processed, LOGITS_ATOL)),
-            ("sampling", lambda: _sampling_detail(ref, got)),
-        )
-        for stage, check in checks:
-            detail = check()
+        for stage, detail in _stage_details(_reference_step(trace, k), steps[k]):
             if detail:
                 return StageDivergence(trace.name, k, stage, detail)
     if len(steps) != len(trace) and not (partial and len(steps) < len(trace)):
@@ -100,6 +90,16 @@ def first_divergence(trace: ModelTrace, steps: list[StepRecord], partial: bool =
         return StageDivergence(trace.name, min(len(steps), len(trace)), stage,
                                f"the run has {len(steps)} steps, the recording {len(trace)}")
     return None
+
+
+def _stage_details(ref: dict, got: StepRecord):
+    """(stage, what differs or None), stage by stage in pipeline order, each computed on demand."""
+    yield "attention", _close("attention", ref["attention"], got.attns, ATTENTION_ATOL)
+    yield "logits", _close("speech logits", ref["logits"], got.logits_raw, LOGITS_ATOL)
+    yield "cfg", _close("CFG logits", ref["cfg"], got.logits_cfg, LOGITS_ATOL)
+    yield "analyzer", _analyzer_detail(ref, got) or _close("analyzed logits", ref["analyzed"], got.logits_analyzed, LOGITS_ATOL)
+    yield "processors", _close("processed logits", ref["processed"], got.logits_processed, LOGITS_ATOL)
+    yield "sampling", _sampling_detail(ref, got)
 
 
 def _sampling_detail(ref: dict, got: StepRecord) -> Optional[str]:

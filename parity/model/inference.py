@@ -10,11 +10,12 @@ side first parts from the PyTorch one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
 
+from ..replay import state_of
 from .processors import ProcessorSettings
 from .sampling import SeededUniforms, pick_token
 
@@ -60,6 +61,17 @@ class Generation:
     text_tokens_slice: tuple[int, int]
     steps: list[StepRecord] = field(default_factory=list)  # empty unless recording
     alignment: Optional[np.ndarray] = None  # the analyzer's accumulated alignment at the end
+
+
+def step_record(analyzer, to_numpy, attns, raw, cfg, analyzed, processed, prev_token: int, u, token: int) -> StepRecord:
+    """One step's record; `attns` is already numpy (or None), the logits are converted here."""
+    return StepRecord(
+        attns=attns, logits_raw=to_numpy(raw), logits_cfg=to_numpy(cfg), logits_analyzed=to_numpy(analyzed),
+        logits_processed=to_numpy(processed), prev_token=prev_token, u=u, token=token,
+        state=state_of(analyzer) if analyzer is not None else None,
+        result=asdict(analyzer.results[-1]) if analyzer is not None else None,
+        margins=asdict(analyzer.margins[-1]) if analyzer is not None else None,
+    )
 
 
 class TokenChooser:

@@ -14,8 +14,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..analyzer.mlx_port import AlignmentStreamAnalyzer
-from ..replay import state_of
-from .inference import Generation, GenerationSettings, StepRecord, TokenChooser
+from .inference import Generation, GenerationSettings, TokenChooser, step_record
 from .processors import process
 from .t3_mlx import AttentionCapture, InspectableAttention, inspectable_attention, prompt, speech_embedding
 from .voices import Voice
@@ -63,14 +62,9 @@ def generate(t3, voice: Voice, text_tokens: list[int], settings: GenerationSetti
             mx.eval(processed)
             token, u = choose(i, processed)
             if record:
-                result.steps.append(StepRecord(
-                    attns=np.stack([_numpy(m) for m in capture.matrices]) if analyzer else None,
-                    logits_raw=_numpy(raw), logits_cfg=_numpy(cfg), logits_analyzed=_numpy(analyzed),
-                    logits_processed=_numpy(processed), prev_token=generated[-1], u=u, token=token,
-                    state=state_of(analyzer) if analyzer else None,
-                    result=analyzer.results[-1].__dict__.copy() if analyzer else None,
-                    margins=analyzer.margins[-1].__dict__.copy() if analyzer else None,
-                ))
+                attns = np.stack([_numpy(m) for m in capture.matrices]) if analyzer is not None else None
+                result.steps.append(step_record(analyzer, _numpy, attns, raw, cfg, analyzed, processed,
+                                                generated[-1], u, token))
             generated.append(token)
             result.tokens.append(token)
             if on_step is not None:

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from ..analyzer.torch_ref import AlignmentStreamAnalyzer
-from ..replay import state_of
-from .inference import Generation, GenerationSettings, StepRecord, TokenChooser
+from .inference import Generation, GenerationSettings, TokenChooser, step_record
 from .processors import process_torch
 from .t3_torch import T3, eager_aligned_layers
 from .voices import Voice
@@ -60,13 +59,8 @@ def generate(model: T3, voice: Voice, text_tokens: list[int], settings: Generati
                 processed = process_torch(analyzed, torch.tensor([generated]), settings.processors)
                 token, u = choose(i, processed)
                 if record:
-                    result.steps.append(StepRecord(
-                        attns=attns, logits_raw=_numpy(raw), logits_cfg=_numpy(cfg), logits_analyzed=_numpy(analyzed),
-                        logits_processed=_numpy(processed), prev_token=generated[-1], u=u, token=token,
-                        state=state_of(analyzer) if analyzer else None,
-                        result=analyzer.results[-1].__dict__.copy() if analyzer else None,
-                        margins=analyzer.margins[-1].__dict__.copy() if analyzer else None,
-                    ))
+                    result.steps.append(step_record(analyzer, _numpy, attns, raw, cfg, analyzed, processed,
+                                                    generated[-1], u, token))
                 generated.append(token)
                 result.tokens.append(token)
                 if on_step is not None:

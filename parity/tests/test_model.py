@@ -1,6 +1,7 @@
 """Model-level parity: the MLX T3 (mlx-audio's, with inspectable attention and the MLX
 analyzer) against PyTorch recordings of the tiny T3, stage by stage."""
 
+import copy
 import dataclasses
 import logging
 
@@ -106,6 +107,38 @@ def _as_step(trace, k):
     return StepRecord(trace.analyzer.attns[k], trace.logits_raw[k], trace.analyzer.logits_in[k : k + 1],
                       trace.analyzer.logits_out[k : k + 1], trace.logits_processed[k : k + 1], step.prev_token,
                       trace.uniforms[k], trace.tokens[k], step.state, step.result, step.margins)
+
+
+def _nudge(field, index, delta):
+    def edit(step):
+        getattr(step, field)[index] += delta
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "stage, edit",
+    [
+        ("attention", _nudge("attns", (0, -1, 3), 2e-5)),
+        ("logits", _nudge("logits_raw", (1, 7), 2e-4)),
+        ("cfg", _nudge("logits_cfg", (0, 7), 2e-4)),
+        ("analyzer", lambda step: step.state.update(text_position=step.state["text_position"] + 1)),
+        ("analyzer", lambda step: step.margins.update(eos_forced=not step.margins["eos_forced"])),
+        ("processors", _nudge("logits_processed", (0, int(np.argmax(load_model_trace("short_hi").logits_processed[3]))), -np.inf)),
+        ("sampling", lambda step: setattr(step, "token", step.token + 1)),
+    ],
+)
+def test_first_divergence_names_the_stage(stage, edit):
+    trace = load_model_trace("short_hi")
+    steps = [_as_step(trace, k) for k in range(len(trace))]
+    steps[3] = copy.deepcopy(steps[3])
+    edit(steps[3])
+    divergence = first_divergence(trace, steps)
+    assert (divergence.step, divergence.stage) == (3, stage), str(divergence)
+    assert f"at step 3, stage {stage}" in str(divergence)
+    intact = [_as_step(trace, k) for k in range(len(trace))]
+    assert first_divergence(trace, intact) is None
+    assert first_divergence(trace, intact[:-1]).stage == "sampling"  # a run that stops early
 
 
 # ---- known-bad canaries: each must make the comparison fail, at the stage it breaks ----------

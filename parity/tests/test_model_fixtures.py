@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 
 from parity.fixtures import FixtureError, fixture_names, write_index
 from parity.model.trace import MODEL_TRACES_DIR, load_model_trace
-from parity.model.voices import VOICES_DIR, load_voice
+from parity.model.voices import load_voice
 from parity.model.weights import MODELS_DIR, TINY_MODEL, load_model_weights
 
 
