@@ -82,6 +82,28 @@ def check(logits, ids=(BOS,), settings=DEFAULT, any_tie_order=None):
     return float(np.abs(t[both] - m[both]).max(initial=0.0))
 
 
+# -- logits recorded from the PyTorch T3 -------------------------------------------------------
+
+def test_recorded_logits_process_alike():
+    """Every step of every model trace: MLX's processors on the analyzer's output give what
+    transformers' gave in the recording (the processors' own inputs, so no model error)."""
+    from parity.fixtures import fixture_names
+    from parity.model.trace import MODEL_TRACES_DIR, load_model_trace
+
+    checked = 0
+    for name in fixture_names(MODEL_TRACES_DIR):
+        trace = load_model_trace(name)
+        settings = trace.generation_settings().processors
+        history = [trace.analyzer.steps[0].prev_token]
+        for k, token in enumerate(trace.tokens):
+            got = np.array(process(mx.array(trace.analyzer.logits_out[k : k + 1]), history, settings))
+            diff = difference(trace.logits_processed[k : k + 1], got)
+            assert diff is None, f"{name} step {k}: {diff}"
+            history.append(token)
+            checked += 1
+    assert checked >= 600
+
+
 # -- random logits ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("temperature", [0.8, 1.0])
