@@ -118,7 +118,7 @@ def check_text_tokens_slice(text_tokens_slice) -> tuple[int, int]:
 
 
 def check_eos_idx(eos_idx) -> int:
-    if isinstance(eos_idx, bool) or not isinstance(eos_idx, int) and not hasattr(eos_idx, "__index__"):
+    if isinstance(eos_idx, bool) or not hasattr(eos_idx, "__index__"):  # ints and numpy integers
         raise AnalyzerInputError("eos", f"eos_idx must be an integer token id, got {eos_idx!r}")
     eos_idx = int(eos_idx)
     if eos_idx < 0:

@@ -14,13 +14,13 @@ from typing import Optional
 
 import numpy as np
 
+from ..compare import MARGIN_DECISIONS
 from .inference import STAGES, StepRecord
 from .sampling import pick_token
 from .trace import ModelTrace
 
 ATTENTION_ATOL = 1e-5
 LOGITS_ATOL = 1e-4
-DECISIONS = ("token_repetition", "eos_suppressed", "eos_forced")
 
 
 @dataclass
@@ -56,25 +56,17 @@ def _close(name: str, reference: np.ndarray, port: np.ndarray, atol: float) -> O
     return None
 
 
-def _analyzer_detail(reference: dict, port: StepRecord) -> Optional[str]:
+def _analyzer_detail(reference: StepRecord, port: StepRecord) -> Optional[str]:
     for group in ("result", "state"):
-        expected, got = reference[group], getattr(port, group)
+        expected, got = getattr(reference, group), getattr(port, group)
         for key in expected:
             if expected[key] != got[key]:
-                return f"{group}.{key}: reference {expected[key]!r}, port {got[key]!r} (margins: reference {reference['margins']}, port {port.margins})"
-    for key in DECISIONS:
-        if reference["margins"][key] != port.margins[key]:
-            return f"decision {key}: reference {reference['margins'][key]!r}, port {port.margins[key]!r}"
+                return (f"{group}.{key}: reference {expected[key]!r}, port {got[key]!r} "
+                        f"(margins: reference {reference.margins}, port {port.margins})")
+    for key in MARGIN_DECISIONS:
+        if reference.margins[key] != port.margins[key]:
+            return f"decision {key}: reference {reference.margins[key]!r}, port {port.margins[key]!r}"
     return None
-
-
-def _reference_step(trace: ModelTrace, k: int) -> dict:
-    step = trace.analyzer.steps[k]
-    return {
-        "attention": trace.analyzer.attns[k], "logits": trace.logits_raw[k], "cfg": trace.analyzer.logits_in[k : k + 1],
-        "analyzed": trace.analyzer.logits_out[k : k + 1], "processed": trace.logits_processed[k : k + 1],
-        "result": step.result, "state": step.state, "margins": step.margins, "u": trace.uniforms[k], "token": trace.tokens[k],
-    }
 
 
 def first_divergence(trace: ModelTrace, steps: list[StepRecord], partial: bool = False) -> Optional[StageDivergence]:
@@ -82,7 +74,7 @@ def first_divergence(trace: ModelTrace, steps: list[StepRecord], partial: bool =
     recorded tokens) leaves the recording's tolerance, or None. With `partial`, a run that
     stops early (on purpose: a few steps are enough) is compared on the steps it has."""
     for k in range(min(len(trace), len(steps))):
-        for stage, detail in _stage_details(_reference_step(trace, k), steps[k]):
+        for stage, detail in _stage_details(trace.step(k), steps[k]):
             if detail:
                 return StageDivergence(trace.name, k, stage, detail)
     if len(steps) != len(trace) and not (partial and len(steps) < len(trace)):
@@ -92,21 +84,21 @@ def first_divergence(trace: ModelTrace, steps: list[StepRecord], partial: bool =
     return None
 
 
-def _stage_details(ref: dict, got: StepRecord):
+def _stage_details(ref: StepRecord, got: StepRecord):
     """(stage, what differs or None), stage by stage in pipeline order, each computed on demand."""
-    yield "attention", _close("attention", ref["attention"], got.attns, ATTENTION_ATOL)
-    yield "logits", _close("speech logits", ref["logits"], got.logits_raw, LOGITS_ATOL)
-    yield "cfg", _close("CFG logits", ref["cfg"], got.logits_cfg, LOGITS_ATOL)
-    yield "analyzer", _analyzer_detail(ref, got) or _close("analyzed logits", ref["analyzed"], got.logits_analyzed, LOGITS_ATOL)
-    yield "processors", _close("processed logits", ref["processed"], got.logits_processed, LOGITS_ATOL)
+    yield "attention", _close("attention", ref.attns, got.attns, ATTENTION_ATOL)
+    yield "logits", _close("speech logits", ref.logits_raw, got.logits_raw, LOGITS_ATOL)
+    yield "cfg", _close("CFG logits", ref.logits_cfg, got.logits_cfg, LOGITS_ATOL)
+    yield "analyzer", _analyzer_detail(ref, got) or _close("analyzed logits", ref.logits_analyzed, got.logits_analyzed, LOGITS_ATOL)
+    yield "processors", _close("processed logits", ref.logits_processed, got.logits_processed, LOGITS_ATOL)
     yield "sampling", _sampling_detail(ref, got)
 
 
-def _sampling_detail(ref: dict, got: StepRecord) -> Optional[str]:
+def _sampling_detail(ref: StepRecord, got: StepRecord) -> Optional[str]:
     # Teacher-forced runs take the recorded token; ask what the shared sampler would pick.
-    token = got.token if got.u is not None or ref["u"] is None else pick_token(got.logits_processed.reshape(-1), ref["u"])
-    if token != ref["token"]:
-        return f"token: reference {ref['token']}, port {token} (u = {ref['u']!r})"
+    token = got.token if got.u is not None or ref.u is None else pick_token(got.logits_processed.reshape(-1), ref.u)
+    if token != ref.token:
+        return f"token: reference {ref.token}, port {token} (u = {ref.u!r})"
     return None
 
 

@@ -121,10 +121,9 @@ class T3(nn.Module):
         text_emb = self.text_emb(text)
         text_emb[1].zero_()
         text_emb = text_emb + self.text_pos_emb(text)
-        bos = torch.full((2, 1), self.config.start_speech_token)
-        bos_emb = self.speech_emb(bos) + self.speech_pos_emb(bos)
-        second_bos = (self.speech_emb(bos[:1]) + self.speech_pos_emb.at(0)).expand(2, -1, -1)
-        return torch.cat((cond, text_emb, bos_emb, second_bos), dim=1), cond.shape[1]
+        # Upstream's initial speech token and the BOS its loop appends are one embedding: BOS at position 0.
+        bos = self.speech_embedding(self.config.start_speech_token, 0)
+        return torch.cat((cond, text_emb, bos, bos), dim=1), cond.shape[1]
 
     def speech_embedding(self, token: int, position: int):
         """(2, 1, dim): a sampled token's input at speech position `position`, for both CFG rows."""

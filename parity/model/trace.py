@@ -24,7 +24,7 @@ from ..fixtures import (
     trace_from,
     write_pair,
 )
-from .inference import Generation
+from .inference import Generation, StepRecord
 
 MODEL_TRACES_DIR = FIXTURES_DIR / "model"
 MODEL_TRACE_SCHEMA = "chatterbox-parity/model-trace"
@@ -58,6 +58,16 @@ class ModelTrace:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def step(self, k: int) -> StepRecord:
+        """Step k as the loops record it, for comparing a run with the recording."""
+        a, step = self.analyzer, self.analyzer.steps[k]
+        return StepRecord(
+            attns=a.attns[k], logits_raw=self.logits_raw[k], logits_cfg=a.logits_in[k : k + 1],
+            logits_analyzed=a.logits_out[k : k + 1], logits_processed=self.logits_processed[k : k + 1],
+            prev_token=step.prev_token, u=self.uniforms[k], token=self.tokens[k],
+            state=step.state, result=step.result, margins=step.margins,
+        )
 
     def document(self) -> dict:
         document = self.analyzer.document()

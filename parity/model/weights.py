@@ -40,6 +40,10 @@ def parameter_shapes(config: T3Config) -> dict[str, tuple[int, ...]]:
     return {name: tuple(p.shape) for name, p in T3(config).state_dict().items()}
 
 
+# Token and position embedding tables (the backbone's unused embed_tokens among them).
+EMBEDDING_TABLES = ("text_emb.weight", "speech_emb.weight", "pos_emb.emb.weight", "embed_tokens.weight")
+
+
 def _init(rng, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
         return np.ones(shape)
@@ -48,8 +52,8 @@ def _init(rng, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if name.endswith("pre_attention_query"):
         bound = math.sqrt(3.0) * math.sqrt(2.0 / (2 * shape[1]))  # upstream's uniform init
         return rng.uniform(-bound, bound, shape)
-    if "emb" in name and name.endswith("weight") and len(shape) == 2 and "fc" not in name and "spkr" not in name:
-        return rng.normal(0.0, 1.0, shape)  # token and position embeddings
+    if name.endswith(EMBEDDING_TABLES):
+        return rng.normal(0.0, 1.0, shape)
     fan_in = shape[-1]
     # Sharper attention than 1/sqrt(fan_in), but not so sharp that float32 rounding between
     # frameworks grows past 1e-5 in the aligned layers (measured: 2.5 gives 5e-5, 1.5 gives 3e-6).

@@ -97,16 +97,7 @@ def test_model_trace_is_what_pytorch_records_today(case):
     trace = load_model_trace(case.name)
     fresh = record_case(case)
     assert fresh.tokens == trace.tokens
-    assert_no_divergence(first_divergence(trace, [_as_step(fresh, k) for k in range(len(fresh))]))
-
-
-def _as_step(trace, k):
-    from parity.model.inference import StepRecord
-
-    step = trace.analyzer.steps[k]
-    return StepRecord(trace.analyzer.attns[k], trace.logits_raw[k], trace.analyzer.logits_in[k : k + 1],
-                      trace.analyzer.logits_out[k : k + 1], trace.logits_processed[k : k + 1], step.prev_token,
-                      trace.uniforms[k], trace.tokens[k], step.state, step.result, step.margins)
+    assert_no_divergence(first_divergence(trace, [fresh.step(k) for k in range(len(fresh))]))
 
 
 def _nudge(field, index, delta):
@@ -130,13 +121,13 @@ def _nudge(field, index, delta):
 )
 def test_first_divergence_names_the_stage(stage, edit):
     trace = load_model_trace("short_hi")
-    steps = [_as_step(trace, k) for k in range(len(trace))]
+    steps = [trace.step(k) for k in range(len(trace))]
     steps[3] = copy.deepcopy(steps[3])
     edit(steps[3])
     divergence = first_divergence(trace, steps)
     assert (divergence.step, divergence.stage) == (3, stage), str(divergence)
     assert f"at step 3, stage {stage}" in str(divergence)
-    intact = [_as_step(trace, k) for k in range(len(trace))]
+    intact = [trace.step(k) for k in range(len(trace))]
     assert first_divergence(trace, intact) is None
     assert first_divergence(trace, intact[:-1]).stage == "sampling"  # a run that stops early
 
